@@ -1,0 +1,144 @@
+/**
+ * Looking up a local Mastodon account and applying Mastodon's rules for who
+ * may use it (`User#functional?` in Mastodon's app/models/user.rb).
+ *
+ * @module
+ */
+
+import type { Database, QueryOptions } from "./database.ts";
+import type { SchemaFeatures } from "./schema.ts";
+
+/** Reasons an account may not log in, as written to the log. */
+export type AccountBlock =
+  | "unknown-user"
+  | "deleted"
+  | "suspended"
+  | "disabled"
+  | "memorial"
+  | "moved"
+  | "unconfirmed"
+  | "pending"
+  | "two-factor-setup-required";
+
+/** One local account with its login, as read from `accounts` and `users`. */
+export interface AccountRow {
+  account_id: string;
+  suspended: boolean;
+  memorial: boolean;
+  moved: boolean;
+  deletion_requested: boolean;
+  /** `users.id`, or null when the account has no login (instance actor, self-deleted). */
+  user_id: string | null;
+  /** bcrypt hash, `''` for LDAP, PAM and OmniAuth users; null when not selected. */
+  encrypted_password: string | null;
+  confirmed: boolean | null;
+  approved: boolean | null;
+  disabled: boolean | null;
+  /** TOTP is on, or a security key is registered. */
+  two_factor: boolean | null;
+  role_requires_two_factor: boolean;
+  /** The access token given as the password belongs to this user and is usable. */
+  token_valid: boolean;
+}
+
+export interface LookupOptions extends QueryOptions {
+  /** Also select the password hash. */
+  withPassword: boolean;
+  /**
+   * SHA-256 hex digest of a password that may be an access token. Only the
+   * digest is sent, so the password never reaches the server's logs.
+   */
+  tokenDigest?: string;
+}
+
+/** Looks up the local account `username`, case-insensitively. */
+export async function findAccount(
+  database: Database,
+  username: string,
+  features: SchemaFeatures,
+  options: LookupOptions,
+): Promise<AccountRow | undefined> {
+  const parameters = options.tokenDigest === undefined
+    ? [username]
+    : [username, options.tokenDigest];
+  const sql = accountQuery(features, {
+    withPassword: options.withPassword,
+    withToken: options.tokenDigest !== undefined,
+  });
+  const rows = await database.query<AccountRow>(sql, parameters, options);
+  return rows[0];
+}
+
+/**
+ * Builds the account query for the detected schema. `lower(username)` and
+ * `COALESCE(lower(domain), '')` are the expressions of Mastodon's unique
+ * index `index_accounts_on_username_and_domain_lower`, so the lookup uses it.
+ */
+export function accountQuery(
+  features: SchemaFeatures,
+  options: { withPassword: boolean; withToken: boolean },
+): string {
+  const deletionRequested = features.requestedDeletionAt
+    ? "a.requested_deletion_at IS NOT NULL"
+    : "false";
+  // Mastodon's "Everyone" role has id -99 and applies when users.role_id is NULL.
+  const roleRequiresTwoFactor = features.roleRequiresTwoFactor
+    ? `COALESCE((SELECT r.require_2fa FROM user_roles r WHERE r.id = COALESCE(u.role_id, -99)), false)`
+    : "false";
+  // Timestamps are UTC without time zone, so they are compared with UTC now.
+  const tokenValid = options.withToken
+    ? `EXISTS (SELECT 1 FROM oauth_access_tokens t
+         WHERE t.resource_owner_id = u.id AND encode(sha256(convert_to(t.token, 'UTF8')), 'hex') = $2::text
+           AND (t.revoked_at IS NULL OR t.revoked_at > (now() AT TIME ZONE 'UTC'))
+           AND (t.expires_in IS NULL
+                OR t.created_at + t.expires_in * interval '1 second' > (now() AT TIME ZONE 'UTC')))`
+    : "false";
+
+  return `SELECT a.id::text AS account_id,
+       a.suspended_at IS NOT NULL AS suspended,
+       a.memorial,
+       a.moved_to_account_id IS NOT NULL AS moved,
+       ${deletionRequested} AS deletion_requested,
+       u.id::text AS user_id,
+       ${options.withPassword ? "u.encrypted_password" : "NULL::text"} AS encrypted_password,
+       u.confirmed_at IS NOT NULL AS confirmed,
+       u.approved,
+       u.disabled,
+       (u.otp_required_for_login
+        OR EXISTS (SELECT 1 FROM webauthn_credentials w WHERE w.user_id = u.id)) AS two_factor,
+       ${roleRequiresTwoFactor} AS role_requires_two_factor,
+       ${tokenValid} AS token_valid
+FROM accounts a
+LEFT JOIN users u ON u.account_id = a.id
+WHERE lower(a.username) = lower($1::text)
+  AND COALESCE(lower(a.domain), '') = ''
+  AND a.domain IS NULL
+ORDER BY u.id
+LIMIT 1`;
+}
+
+/**
+ * Returns why the account may not log in at all, whatever the password, or
+ * `undefined` when it may. Two-factor rules for passwords are checked by the
+ * caller, because access tokens are exempt from them.
+ */
+export function accountBlock(
+  row: AccountRow | undefined,
+  options: { movedAccounts: boolean },
+): AccountBlock | undefined {
+  if (row === undefined) return "unknown-user";
+  if (row.user_id === null) {
+    // Self-deletion removes the users row and keeps the account row, with
+    // suspended_at set (up to 4.6) or requested_deletion_at set (later).
+    return row.deletion_requested || row.suspended ? "deleted" : "unknown-user";
+  }
+  if (row.deletion_requested) return "deleted";
+  if (row.suspended) return "suspended";
+  if (row.disabled) return "disabled";
+  if (row.memorial) return "memorial";
+  if (row.moved && !options.movedAccounts) return "moved";
+  if (!row.confirmed) return "unconfirmed";
+  if (!row.approved) return "pending";
+  if (row.role_requires_two_factor && !row.two_factor) return "two-factor-setup-required";
+  return undefined;
+}

@@ -1,0 +1,55 @@
+/**
+ * auth-mastodon: ejabberd external authentication against Mastodon's
+ * PostgreSQL database. This file only wires things up; `lib/` does the work.
+ *
+ * @module
+ */
+
+import { HELP_TEXT, parseArguments, UsageError } from "./lib/cli.ts";
+import { serve } from "./lib/service.ts";
+import { VERSION } from "./lib/version.ts";
+
+const encoder = new TextEncoder();
+
+function printTo(stream: typeof Deno.stdout | typeof Deno.stderr, text: string): void {
+  const bytes = encoder.encode(text.endsWith("\n") ? text : `${text}\n`);
+  let offset = 0;
+  while (offset < bytes.length) offset += stream.writeSync(bytes.subarray(offset));
+}
+
+/** Runs the program and returns its exit status. */
+export async function main(args: string[]): Promise<number> {
+  let invocation;
+  try {
+    invocation = parseArguments(args);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    printTo(Deno.stderr, `auth-mastodon: ${error.message}`);
+    return 2;
+  }
+
+  switch (invocation.command) {
+    case "help":
+      printTo(Deno.stdout, HELP_TEXT);
+      return 0;
+    case "version":
+      printTo(Deno.stdout, `auth-mastodon ${VERSION}`);
+      return 0;
+    case "serve":
+      return await serve({
+        configPath: invocation.configPath,
+        input: Deno.stdin,
+        output: Deno.stdout,
+        interactive: Deno.stdin.isTerminal(),
+        printError: (message) => printTo(Deno.stderr, `auth-mastodon: ${message}`),
+      });
+    case "check":
+    case "test":
+      printTo(Deno.stderr, `auth-mastodon: ${invocation.command} is not available yet`);
+      return 2;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

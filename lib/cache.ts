@@ -2,7 +2,7 @@
  * An in-memory cache of passwords that bcrypt has verified, so a client that
  * reconnects pays for bcrypt once per password instead of once per login.
  *
- * No password is kept: an entry holds an HMAC-SHA-256 of the password bytes
+ * No password is kept: an entry contains an HMAC-SHA-256 of the password bytes
  * under a random key made when the cache is created. An entry is tied to the
  * user's id and the stored bcrypt hash, so a password change in Mastodon
  * makes it miss. Account state is not cached: the caller reads it from the

@@ -16,7 +16,7 @@ const LEVEL_RANK: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug
 /** Window in which repeats of one message are counted instead of written. */
 export const REPEAT_WINDOW_MS = 60_000;
 
-/** Longest user or domain text written to a log line; longer text is cut. */
+/** Maximum length of a user or domain written to a log line; longer text is cut. */
 const MAX_FIELD_CHARS = 200;
 
 const encoder = new TextEncoder();
@@ -29,7 +29,7 @@ export interface LoggerOptions {
   errorsToStderr?: boolean;
   /** Clock in milliseconds, replaceable in tests. */
   now?: () => number;
-  /** Where stderr lines go, replaceable in tests. */
+  /** Destination of stderr lines, replaceable in tests. */
   stderr?: { writeSync(bytes: Uint8Array): number };
 }
 

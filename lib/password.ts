@@ -14,7 +14,7 @@ export const BCRYPT_MAX_PASSWORD_BYTES = 72;
 const BCRYPT_HASH = /^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$/;
 
 /**
- * A cost-10 hash of a random password that nobody knows, verified in place of
+ * A cost-10 hash of a random, discarded password, verified in place of
  * a missing hash so that unknown users take as long as known ones.
  */
 export const DUMMY_HASH = "$2a$10$8FenrrJj9kYwrwgKkI.Ji.C8WSK5N.Nt757cOhVTSj.XhsCOdeDki";

@@ -9,7 +9,7 @@
  * @module
  */
 
-/** Commands answered from the database. */
+/** Commands decided from the database. */
 export type ReadCommand = "auth" | "isuser";
 
 /** Commands that would change accounts; the program never writes, so they are always false. */
@@ -49,7 +49,7 @@ export interface WriteRequest {
   domain: string;
 }
 
-/** A request that cannot be answered, with the reason for the log (never the request bytes). */
+/** An unreadable request, with the reason for the log (never the request bytes). */
 export interface MalformedRequest {
   command: Command | undefined;
   /** The user and domain when both were readable, for the log line. */

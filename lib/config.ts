@@ -285,6 +285,9 @@ export function describeFileError(error: unknown): string {
     return "permission denied: the file must be readable by the user running auth-mastodon";
   }
   if (error instanceof Deno.errors.IsADirectory) return "it is a folder, not a file";
+  if (error instanceof Deno.errors.NotCapable) {
+    return "auth-mastodon may not read files below /dev, /proc or /sys: move the file elsewhere";
+  }
   if (error instanceof TypeError && /invalid utf-8|decode/i.test(error.message)) {
     return "the file is not valid UTF-8 text";
   }

@@ -52,9 +52,15 @@ export class SocketOpener {
   readonly #config: DatabaseConfig;
   readonly #failedAt = new Map<DatabaseHost, number>();
   readonly #open = new Set<net.Socket>();
+  #connecting: DatabaseHost | undefined;
 
   constructor(config: DatabaseConfig) {
     this.#config = config;
+  }
+
+  /** The host a connection is being opened to right now, for timeout messages. */
+  get connecting(): DatabaseHost | undefined {
+    return this.#connecting;
   }
 
   /** Hosts in the order the next connection tries them. */
@@ -82,6 +88,7 @@ export class SocketOpener {
         continue;
       }
       const timeout = Math.min(remaining, this.#config.connectTimeoutSeconds * 1000);
+      this.#connecting = host;
       try {
         const opened = await this.#openOne(host, timeout);
         this.#failedAt.delete(host);
@@ -90,6 +97,8 @@ export class SocketOpener {
         this.#failedAt.set(host, performance.now());
         if (error instanceof ConnectError && error.tls) tlsFailure = true;
         failures.push(error instanceof Error ? error.message : String(error));
+      } finally {
+        this.#connecting = undefined;
       }
     }
     throw new ConnectError(failures.join("; "), { tls: tlsFailure });

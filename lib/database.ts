@@ -80,17 +80,26 @@ const LOST_CONNECTION_CODES = new Set([
   "57P02",
 ]);
 
+export interface DatabaseOptions {
+  /** `application_name` shown in `pg_stat_activity`. */
+  applicationName: string;
+  /** Called with "host:port" or the socket path each time a connection opens. */
+  onConnect?: (host: string, tls: boolean) => void;
+}
+
 /** A pool of one connection (ejabberd sends one request at a time) with deadlines. */
 export class Database {
   readonly #config: DatabaseConfig;
   readonly #applicationName: string;
+  readonly #onConnect: DatabaseOptions["onConnect"];
   #client: Client | undefined;
   #closed = false;
   #connections = 0;
 
-  constructor(config: DatabaseConfig, options: { applicationName: string }) {
+  constructor(config: DatabaseConfig, options: DatabaseOptions) {
     this.#config = config;
     this.#applicationName = options.applicationName;
+    this.#onConnect = options.onConnect;
   }
 
   /** The host of the current connection and whether it uses TLS, for reports. */
@@ -154,14 +163,16 @@ export class Database {
     let onAbort: (() => void) | undefined;
     const limit = new Promise<never>((_, reject) => {
       const remaining = options.deadline - performance.now();
-      const timeout = () =>
-        reject(
-          new DatabaseError(
-            "timeout",
-            `no answer within query_timeout (${this.#config.queryTimeoutSeconds} s)` +
-              (client.host ? ` from ${describeHost(client.host)}` : ""),
-          ),
-        );
+      const timeout = () => {
+        const connecting = client.opener.connecting;
+        const where = connecting
+          ? ` from ${describeHost(connecting)} while connecting`
+          : client.host
+          ? ` from ${describeHost(client.host)}`
+          : "";
+        const limit = `query_timeout (${this.#config.queryTimeoutSeconds} s)`;
+        reject(new DatabaseError("timeout", `no answer within ${limit}${where}`));
+      };
       if (remaining <= 0) return timeout();
       timer = setTimeout(timeout, remaining);
       onAbort = () => reject(new DatabaseError("closed", "the request was abandoned"));
@@ -201,6 +212,7 @@ export class Database {
         client.host = opened.host;
         client.tls = opened.tls;
         this.#connections++;
+        this.#onConnect?.(describeHost(opened.host), opened.tls);
         return opened.socket;
       },
       host: [first.kind === "tcp" ? first.hostname : first.folder],

@@ -17,7 +17,7 @@ import type { Logger } from "./log.ts";
  * Time a request may still take once stdin has closed. Requests already
  * received get replies as long as each takes less than this.
  */
-export const EOF_GRACE_MS = 1000;
+export const EOF_GRACE_MS = 500;
 
 /** Buffered input above which stdin is not read until requests are handled. */
 const MAX_BUFFERED_BYTES = 1 << 20;

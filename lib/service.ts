@@ -21,7 +21,7 @@ import { VERSION } from "./version.ts";
 const UNCONFIGURED_TIMEOUT_MS = 5000;
 
 /** Time given to closing the database connections before exiting. */
-const CLOSE_TIMEOUT_MS = 500;
+const CLOSE_TIMEOUT_MS = 300;
 
 export interface ServeOptions {
   configPath: string;
@@ -171,7 +171,11 @@ class Service {
   }
 
   #activate(config: Config, verb: "started" | "reloaded"): void {
-    const database = new Database(config.database, { applicationName: "auth-mastodon" });
+    const database = new Database(config.database, {
+      applicationName: "auth-mastodon",
+      onConnect: (host, tls) =>
+        this.#logger.info(`database connection opened to ${host} ${tls ? "with" : "without"} TLS`),
+    });
     const authenticator = new Authenticator({ config, database, logger: this.#logger });
     this.#backend = { config, database, authenticator, users: 0, retired: false };
 

@@ -1,13 +1,16 @@
 /**
- * A TCP proxy on 127.0.0.1 that tests put between a client and a server to inject network
+ * A TCP proxy on loopback that tests put between a client and a server to inject network
  * faults: a server that accepts connections but never responds, and connections that die
  * without notice.
  *
  * @module
  */
 
-/** Loopback address that the proxy listens on. */
+/** Loopback address that the proxy listens on unless told otherwise. */
 const LOOPBACK_HOSTNAME = "127.0.0.1";
+
+/** Loopback addresses a proxy may listen on. */
+export type LoopbackAddress = "127.0.0.1" | "::1";
 
 /** Size in bytes of the buffer for each direction of each connection. */
 const BUFFER_SIZE = 64 * 1024;
@@ -30,6 +33,8 @@ interface ProxiedConnection {
   server: Deno.TcpConn | null;
   /** If true, the next bytes from the client close both sockets instead of being forwarded. */
   breakOnNextWrite: boolean;
+  /** If true, bytes in both directions are read and dropped, and the sockets stay open. */
+  stalled: boolean;
 }
 
 /**
@@ -39,8 +44,8 @@ interface ProxiedConnection {
  * half-closed connection is not kept open.
  */
 export class TcpProxy implements AsyncDisposable {
-  /** Address that the proxy listens on: always 127.0.0.1. */
-  readonly hostname = LOOPBACK_HOSTNAME;
+  /** Loopback address that the proxy listens on. */
+  readonly hostname: LoopbackAddress;
 
   /** TCP port that the proxy listens on. */
   readonly port: number;
@@ -56,19 +61,27 @@ export class TcpProxy implements AsyncDisposable {
   #closePromise: Promise<void> | null = null;
   #unexpectedError: unknown = null;
 
-  private constructor(listener: Deno.TcpListener, target: ProxyTarget) {
+  private constructor(listener: Deno.TcpListener, target: ProxyTarget, hostname: LoopbackAddress) {
     this.#listener = listener;
+    this.hostname = hostname;
     this.#target = { hostname: target.hostname, port: target.port };
     this.port = listener.addr.port;
     this.#acceptTask = this.#acceptConnections();
   }
 
-  /** Starts a proxy in "forward" mode on a free port of 127.0.0.1. */
-  static start(target: ProxyTarget): Promise<TcpProxy> {
+  /**
+   * Starts a proxy in "forward" mode on a free port of 127.0.0.1, or of ::1
+   * when `listen` says so.
+   */
+  static start(
+    target: ProxyTarget,
+    options: { listen?: LoopbackAddress } = {},
+  ): Promise<TcpProxy> {
+    const hostname = options.listen ?? LOOPBACK_HOSTNAME;
     // The executor turns an exception from Deno.listen into a rejected promise.
     return new Promise((resolve) => {
-      const listener = Deno.listen({ hostname: LOOPBACK_HOSTNAME, port: 0 });
-      resolve(new TcpProxy(listener, target));
+      const listener = Deno.listen({ hostname, port: 0 });
+      resolve(new TcpProxy(listener, target, hostname));
     });
   }
 
@@ -94,6 +107,17 @@ export class TcpProxy implements AsyncDisposable {
   breakOnNextWrite(): void {
     for (const connection of this.#connections) {
       connection.breakOnNextWrite = true;
+    }
+  }
+
+  /**
+   * Makes every connection that is open now drop the bytes of both directions while its
+   * sockets stay open, like a server or network that stopped responding in the middle of a
+   * session. Connections accepted later are not affected.
+   */
+  stallOpenConnections(): void {
+    for (const connection of this.#connections) {
+      connection.stalled = true;
     }
   }
 
@@ -147,7 +171,12 @@ export class TcpProxy implements AsyncDisposable {
   }
 
   async #handleConnection(client: Deno.TcpConn): Promise<void> {
-    const connection: ProxiedConnection = { client, server: null, breakOnNextWrite: false };
+    const connection: ProxiedConnection = {
+      client,
+      server: null,
+      breakOnNextWrite: false,
+      stalled: false,
+    };
     this.#connections.add(connection);
     try {
       if (this.#closing) {
@@ -202,7 +231,7 @@ export class TcpProxy implements AsyncDisposable {
         if (source === connection.client && connection.breakOnNextWrite) {
           return;
         }
-        if (destination !== null) {
+        if (destination !== null && !connection.stalled) {
           await writeAll(destination, buffer.subarray(0, byteCount));
         }
       }

@@ -78,6 +78,21 @@ export function accountQuery(
   features: SchemaFeatures,
   options: { withPassword: boolean; withToken: boolean },
 ): string {
+  return `SELECT ${accountColumns(features, options)}
+FROM accounts a
+LEFT JOIN users u ON u.account_id = a.id
+WHERE lower(a.username) = lower($1::text)
+  AND COALESCE(lower(a.domain), '') = ''
+  AND a.domain IS NULL
+ORDER BY u.id
+LIMIT 1`;
+}
+
+/** Returns the select list of {@linkcode AccountRow}, for tables `accounts a` and `users u`. */
+function accountColumns(
+  features: SchemaFeatures,
+  options: { withPassword: boolean; withToken: boolean },
+): string {
   const deletionRequested = features.requestedDeletionAt
     ? "a.requested_deletion_at IS NOT NULL"
     : "false";
@@ -94,7 +109,7 @@ export function accountQuery(
                 OR t.created_at + t.expires_in * interval '1 second' > (now() AT TIME ZONE 'UTC')))`
     : "false";
 
-  return `SELECT a.id::text AS account_id,
+  return `a.id::text AS account_id,
        a.suspended_at IS NOT NULL AS suspended,
        a.memorial,
        a.moved_to_account_id IS NOT NULL AS moved,
@@ -107,14 +122,53 @@ export function accountQuery(
        (u.otp_required_for_login
         OR EXISTS (SELECT 1 FROM webauthn_credentials w WHERE w.user_id = u.id)) AS two_factor,
        ${roleRequiresTwoFactor} AS role_requires_two_factor,
-       ${tokenValid} AS token_valid
-FROM accounts a
-LEFT JOIN users u ON u.account_id = a.id
-WHERE lower(a.username) = lower($1::text)
-  AND COALESCE(lower(a.domain), '') = ''
-  AND a.domain IS NULL
-ORDER BY u.id
-LIMIT 1`;
+       ${tokenValid} AS token_valid`;
+}
+
+/**
+ * Builds a query of every local account's username and the state a password
+ * login would meet: "ok", a block reason, "external-account",
+ * "two-factor-required", or "no-login" for accounts without a `users` row
+ * that are not deleted (such as the instance actor). The CASE mirrors
+ * {@linkcode accountBlock} rule by rule; a test checks that they agree.
+ */
+export function accountStatesQuery(
+  features: SchemaFeatures,
+  options: { movedAccounts: boolean; twoFactorPassword: boolean },
+): string {
+  return `SELECT username, CASE
+    WHEN user_id IS NULL THEN
+      CASE WHEN deletion_requested OR suspended THEN 'deleted' ELSE 'no-login' END
+    WHEN deletion_requested THEN 'deleted'
+    WHEN suspended THEN 'suspended'
+    WHEN disabled THEN 'disabled'
+    WHEN memorial THEN 'memorial'
+    WHEN moved AND NOT ${options.movedAccounts} THEN 'moved'
+    WHEN NOT confirmed THEN 'unconfirmed'
+    WHEN NOT approved THEN 'pending'
+    WHEN role_requires_two_factor AND NOT two_factor THEN 'two-factor-setup-required'
+    WHEN encrypted_password = '' THEN 'external-account'
+    WHEN two_factor AND NOT ${options.twoFactorPassword} THEN 'two-factor-required'
+    ELSE 'ok' END AS state
+FROM (SELECT a.username, ${accountColumns(features, { withPassword: true, withToken: false })}
+      FROM accounts a
+      LEFT JOIN users u ON u.account_id = a.id
+      WHERE a.domain IS NULL) AS local_accounts`;
+}
+
+/** Counts local accounts by the state {@linkcode accountStatesQuery} gives them. */
+export async function countAccountStates(
+  database: Database,
+  features: SchemaFeatures,
+  options: QueryOptions & { movedAccounts: boolean; twoFactorPassword: boolean },
+): Promise<Map<string, number>> {
+  const rows = await database.query<{ state: string; count: number }>(
+    `SELECT state, count(*)::int AS count FROM (${accountStatesQuery(features, options)}) AS states
+     GROUP BY state`,
+    [],
+    options,
+  );
+  return new Map(rows.map((row) => [row.state, row.count]));
 }
 
 /**

@@ -5,8 +5,10 @@
  * @module
  */
 
+import { runCheck } from "./lib/check.ts";
 import { HELP_TEXT, parseArguments, UsageError } from "./lib/cli.ts";
 import { serve } from "./lib/service.ts";
+import { tryLogin } from "./lib/try_login.ts";
 import { VERSION } from "./lib/version.ts";
 
 const encoder = new TextEncoder();
@@ -44,9 +46,17 @@ export async function main(args: string[]): Promise<number> {
         printError: (message) => printTo(Deno.stderr, `auth-mastodon: ${message}`),
       });
     case "check":
+      return await runCheck({
+        configPath: invocation.configPath,
+        print: (line) => printTo(Deno.stdout, line),
+      });
     case "test":
-      printTo(Deno.stderr, `auth-mastodon: ${invocation.command} is not available yet`);
-      return 2;
+      return await tryLogin({
+        configPath: invocation.configPath,
+        jid: invocation.jid,
+        print: (line) => printTo(Deno.stdout, line),
+        printError: (line) => printTo(Deno.stderr, `auth-mastodon: ${line}`),
+      });
   }
 }
 

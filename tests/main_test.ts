@@ -282,16 +282,31 @@ Deno.test("program --help and --version print to stdout", async () => {
   );
 });
 
-Deno.test("start task runs main.ts with the permission set", async () => {
+Deno.test("start and compile tasks share the permission set", async () => {
   const args = await startTaskArguments();
   assert.deepEqual(args, [
     "run",
     "--config",
     `${REPO_ROOT}/deno.json`,
     "--quiet",
+    "--no-prompt",
     "--permission-set=auth-mastodon",
     `${REPO_ROOT}/main.ts`,
   ]);
   const config = JSON.parse(await Deno.readTextFile(`${REPO_ROOT}/deno.json`));
-  assert.match(config.tasks.compile, /--permission-set=auth-mastodon /);
+  assert.equal(config.tasks.compile, "deno task compile:x86_64 && deno task compile:aarch64");
+  for (const [task, target] of [["compile:x86_64", "x86_64"], ["compile:aarch64", "aarch64"]]) {
+    assert.equal(
+      config.tasks[task],
+      `deno compile --permission-set=auth-mastodon --target ${target}-unknown-linux-gnu ` +
+        `--output dist/${target}-linux/auth-mastodon main.ts`,
+    );
+  }
+  // The permissions are defined once, in the set both tasks name.
+  assert.deepEqual(config.permissions["auth-mastodon"], {
+    read: true,
+    write: true,
+    net: true,
+    env: ["PGAPPNAME", "PGTARGETSESSIONATTRS"],
+  });
 });

@@ -56,6 +56,54 @@ export function assertNoSecrets(text: string, where: string): void {
   }
 }
 
+/** Output of a command run to completion. */
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs the program with `args` (a subcommand, --help, ...) to completion, with
+ * the start task's permissions and `stdin` as its input.
+ */
+export async function runCommand(
+  args: string[],
+  options: { stdin?: string | Uint8Array } = {},
+): Promise<CommandResult> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [...await startTaskArguments(), ...args],
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    clearEnv: true,
+    env: {
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+      HOME: Deno.env.get("HOME") ?? "/tmp",
+      NO_COLOR: "1",
+      DENO_NO_UPDATE_CHECK: "1",
+    },
+  }).spawn();
+  if (options.stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    const input = typeof options.stdin === "string"
+      ? new TextEncoder().encode(options.stdin)
+      : options.stdin;
+    await writer.write(input);
+    await writer.close();
+  }
+  const output = await child.output();
+  const decoder = new TextDecoder();
+  const result = {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+  assertNoSecrets(result.stdout, "stdout");
+  assertNoSecrets(result.stderr, "stderr");
+  return result;
+}
+
 export interface ExitResult {
   code: number;
   signal: Deno.Signal | null;

@@ -291,6 +291,31 @@ Deno.test("decide() sees account changes on the next request", async () => {
   }
 });
 
+Deno.test("decide() takes as long for unknown users", async () => {
+  // Unknown users, users without a login and wrong passwords each cost one
+  // bcrypt run, so the time taken does not show which accounts exist.
+  const test = await harness("main");
+  try {
+    const timeOf = async (request: string) => {
+      const started = performance.now();
+      for (let round = 0; round < 3; round++) await test.decide(request);
+      return (performance.now() - started) / 3;
+    };
+    await timeOf("auth:alice:example.org:wrong-Password-77");
+    const known = await timeOf("auth:alice:example.org:wrong-Password-77");
+    for (const user of ["nobody", "mastodon.internal", "selfdeleted", "external"]) {
+      const unknown = await timeOf(`auth:${user}:example.org:wrong-Password-77`);
+      // The bound is loose, so a busy machine passes; without bcrypt it would be near 0.
+      assert.ok(
+        unknown > known * 0.5,
+        `${user}: ${unknown.toFixed(1)} ms, alice ${known.toFixed(1)} ms`,
+      );
+    }
+  } finally {
+    await test.close();
+  }
+});
+
 Deno.test("decide() never caches a failed attempt", async () => {
   const test = await harness("main");
   try {

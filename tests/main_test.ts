@@ -203,6 +203,22 @@ Deno.test("program writes nothing but replies to stdout", async () => {
   assert.match(result.stderr, /accepted isuser alice@example\.org/);
 });
 
+Deno.test("program warns at start-up when no domains are set", async () => {
+  const anyDomain = await writeConfig(folder, cluster, "mastodon", {
+    xmpp: "",
+    file: "any-domain.ini",
+    log: "level = info",
+  });
+  await using program = await Program.start({ args: ["-c", anyDomain] });
+  assert.equal(await program.request("isuser:alice:any.example"), true);
+  const { stderr } = await program.finish();
+  assert.match(
+    stderr,
+    /warn no \[xmpp\] domains configured: users of every XMPP domain are looked up as this instance's accounts; set \[xmpp\] domains to the instance's domains/,
+  );
+  assert.match(stderr, /info started auth-mastodon .* domains \(any\), schema /);
+});
+
 Deno.test("program answers false when the config is invalid under ejabberd", async () => {
   const badConfig = `${folder}/bad.ini`;
   await Deno.writeTextFile(badConfig, "[database]\nport = eighty\n");

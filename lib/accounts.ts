@@ -37,8 +37,11 @@ export interface AccountRow {
   /** TOTP is on, or a security key is registered. */
   two_factor: boolean | null;
   role_requires_two_factor: boolean;
-  /** The access token given as the password belongs to this user and is usable. */
-  token_valid: boolean;
+  /**
+   * State of the access token of this user that the password equals: usable,
+   * revoked or expired; null when the password is no token of this user.
+   */
+  token_state: "valid" | "revoked" | "expired" | null;
 }
 
 export interface LookupOptions extends QueryOptions {
@@ -101,13 +104,19 @@ function accountColumns(
     ? `COALESCE((SELECT r.require_2fa FROM user_roles r WHERE r.id = COALESCE(u.role_id, -99)), false)`
     : "false";
   // Timestamps are UTC without time zone, so they are compared with UTC now.
-  const tokenValid = options.withToken
-    ? `EXISTS (SELECT 1 FROM oauth_access_tokens t
-         WHERE t.resource_owner_id = u.id AND encode(sha256(convert_to(t.token, 'UTF8')), 'hex') = $2::text
-           AND (t.revoked_at IS NULL OR t.revoked_at > (now() AT TIME ZONE 'UTC'))
-           AND (t.expires_in IS NULL
-                OR t.created_at + t.expires_in * interval '1 second' > (now() AT TIME ZONE 'UTC')))`
-    : "false";
+  // The token column has a unique index, so at most one row matches.
+  const tokenState = options.withToken
+    ? `(SELECT CASE
+          WHEN t.revoked_at IS NOT NULL AND t.revoked_at <= (now() AT TIME ZONE 'UTC') THEN 'revoked'
+          WHEN t.expires_in IS NOT NULL
+               AND t.created_at + t.expires_in * interval '1 second' <= (now() AT TIME ZONE 'UTC')
+            THEN 'expired'
+          ELSE 'valid' END
+        FROM oauth_access_tokens t
+        WHERE t.resource_owner_id = u.id
+          AND encode(sha256(convert_to(t.token, 'UTF8')), 'hex') = $2::text
+        LIMIT 1)`
+    : "NULL::text";
 
   return `a.id::text AS account_id,
        a.suspended_at IS NOT NULL AS suspended,
@@ -122,7 +131,7 @@ function accountColumns(
        (u.otp_required_for_login
         OR EXISTS (SELECT 1 FROM webauthn_credentials w WHERE w.user_id = u.id)) AS two_factor,
        ${roleRequiresTwoFactor} AS role_requires_two_factor,
-       ${tokenValid} AS token_valid`;
+       ${tokenState} AS token_state`;
 }
 
 /**

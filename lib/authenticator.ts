@@ -18,6 +18,8 @@ export type Reason =
   | "ok"
   | AccountBlock
   | "wrong-password"
+  | "token-revoked"
+  | "token-expired"
   | "two-factor-required"
   | "external-account"
   | "foreign-domain"
@@ -191,20 +193,28 @@ export class Authenticator {
       tokenDigest,
     });
     const block = accountBlock(row, { movedAccounts: auth.movedAccounts });
+    const tokenState = row?.token_state ?? null;
 
-    if (row?.token_valid) {
+    if (tokenState === "valid") {
       if (block !== undefined) {
         return { ...base, outcome: "rejected", method: "token", reason: block };
       }
       return { ...base, outcome: "accepted", method: "token", reason: "ok" };
     }
 
-    const decision = { ...base, method: "password" as const };
+    // A password of a token's form that matched a revoked or expired token
+    // of this user is reported as a token attempt.
+    const method = tokenState === null ? "password" as const : "token" as const;
     const hash = row?.encrypted_password ?? "";
     const userId = row?.user_id ?? undefined;
+    const twoFactorBlocks = row?.two_factor === true && !auth.twoFactorPassword;
+    // Only a login that can be accepted uses the cache, so only accepted
+    // passwords are ever cached.
+    const cacheable = this.#cache.enabled && userId !== undefined && hash !== "" &&
+      block === undefined && !twoFactorBlocks;
     let cache: "hit" | "miss" | undefined;
     let verified = false;
-    if (userId !== undefined && hash !== "" && this.#cache.enabled) {
+    if (cacheable) {
       verified = await this.#cache.has(userId, hash, password);
       cache = verified ? "hit" : "miss";
     }
@@ -212,20 +222,24 @@ export class Authenticator {
       // Every password login that misses the cache costs one bcrypt run, also
       // for unknown users and empty hashes, so the time does not show which.
       verified = await verifyPassword(password, hash);
-      if (verified && userId !== undefined) await this.#cache.add(userId, hash, password);
     }
 
-    if (row !== undefined && row.user_id !== null && hash === "" && block === undefined) {
-      return { ...decision, outcome: "rejected", reason: "external-account" };
-    }
+    const decision = { ...base, method };
+    if (block !== undefined) return { ...decision, outcome: "rejected", reason: block };
+    if (hash === "") return { ...decision, outcome: "rejected", reason: "external-account" };
     if (!verified) {
-      return { ...decision, outcome: "rejected", reason: block ?? "wrong-password", cache };
+      const reason = tokenState === "revoked"
+        ? "token-revoked"
+        : tokenState === "expired"
+        ? "token-expired"
+        : "wrong-password";
+      return { ...decision, outcome: "rejected", reason, cache };
     }
-    if (block !== undefined) return { ...decision, outcome: "rejected", reason: block, cache };
-    if (row!.two_factor && !auth.twoFactorPassword) {
-      return { ...decision, outcome: "rejected", reason: "two-factor-required", cache };
+    if (twoFactorBlocks) {
+      return { ...base, method: "password", outcome: "rejected", reason: "two-factor-required" };
     }
-    return { ...decision, outcome: "accepted", reason: "ok", cache };
+    if (cache === "miss") await this.#cache.add(userId!, hash, password);
+    return { ...base, method: "password", outcome: "accepted", reason: "ok", cache };
   }
 
   async #schema(

@@ -128,7 +128,16 @@ export class Database {
         const rows = await this.#run(client, text, parameters, options);
         return rows as unknown as T[];
       } catch (error) {
-        const failure = toDatabaseError(error, this.#config);
+        let failure = toDatabaseError(error, this.#config);
+        // A connection that never worked was not lost: it was refused while
+        // logging in, as by a pooler that rejects a startup parameter.
+        if (failure.kind === "connection-lost" && !wasConnected) {
+          failure = new DatabaseError(
+            "connect",
+            failure.message.replace(/^connection lost: /, "cannot connect: "),
+            failure.code,
+          );
+        }
         if (failure.kind !== "query" && failure.kind !== "privilege" && failure.kind !== "schema") {
           this.#discard(client);
         }
@@ -215,7 +224,7 @@ export class Database {
         this.#onConnect?.(describeHost(opened.host), opened.tls);
         return opened.socket;
       },
-      host: [first.kind === "tcp" ? first.hostname : first.folder],
+      host: [first.kind === "tcp" ? first.hostname : first.directory],
       port: [first.port],
       database: config.name,
       username: config.user,

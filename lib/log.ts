@@ -170,10 +170,11 @@ export class Logger {
   #writeSummary(key: string, state: RepeatState, now: number): void {
     if (state.suppressed === 0) return;
     const seconds = Math.max(1, Math.round((now - state.windowStart) / 1000));
+    const times = state.suppressed === 1 ? "time" : "times";
     this.write(
       state.level,
       state.level,
-      `repeated ${state.suppressed} more times in ${seconds} s (${key}), last: ${state.lastMessage}`,
+      `repeated ${state.suppressed} more ${times} in ${seconds} s (${key}), last: ${state.lastMessage}`,
     );
   }
 

@@ -164,7 +164,12 @@ class Service {
       return;
     }
     if (this.#failedInARow > 0 && decision.queried) {
-      this.#logger.info(`database available again after ${this.#failedInARow} failed requests`);
+      // The count of suppressed errors belongs before the line that ends them.
+      this.#logger.flushRepeats(true);
+      const failed = this.#failedInARow;
+      this.#logger.info(
+        `database available again after ${failed} failed request${failed === 1 ? "" : "s"}`,
+      );
       this.#failedInARow = 0;
     }
     this.#logger.write("info", decision.outcome, message);
@@ -190,7 +195,7 @@ class Service {
     // The start-up line waits for the schema, while requests are already served.
     void authenticator.prepare({ deadline }).then(() => {
       const features = authenticator.features;
-      const schema = features ? describeFeatures(features) : "unknown (database unavailable)";
+      const schema = features ? describeFeatures(features) : "unknown (see the error above)";
       this.#logger.info(
         `${verb} auth-mastodon ${VERSION}, pid ${Deno.pid}, config ${config.path}, ` +
           `domains ${config.domains.join(",") || "(any)"}, schema ${schema}`,

@@ -10,8 +10,8 @@ import { IniDocument, IniSyntaxError, parseIni } from "./ini.ts";
 /** Configuration file read when no `-c PATH` is given. */
 export const DEFAULT_CONFIG_PATH = "/etc/ejabberd/auth-mastodon.ini";
 
-/** Folder of PostgreSQL's Unix socket on Debian and Ubuntu. */
-export const DEFAULT_SOCKET_FOLDER = "/var/run/postgresql";
+/** Directory of PostgreSQL's Unix socket on Debian and Ubuntu. */
+export const DEFAULT_SOCKET_DIRECTORY = "/var/run/postgresql";
 
 /**
  * Largest accepted `query_timeout`. ejabberd waits 30 seconds for a reply
@@ -31,10 +31,10 @@ export const SSL_MODES: readonly SslMode[] = [
   "verify-full",
 ];
 
-/** One PostgreSQL server address: a TCP host or a Unix socket folder. */
+/** One PostgreSQL server address: a TCP host or a Unix socket directory. */
 export type DatabaseHost =
   | { kind: "tcp"; hostname: string; port: number }
-  | { kind: "socket"; folder: string; port: number };
+  | { kind: "socket"; directory: string; port: number };
 
 export interface DatabaseConfig {
   /** Addresses tried in order. */
@@ -93,7 +93,7 @@ export class ConfigError extends Error {
 /** Accepted keys by section, with the accepted forms shown in errors. */
 const KEYS: Record<string, Record<string, string>> = {
   database: {
-    host: "a comma-separated list of host names, IP addresses or Unix socket folders",
+    host: "a comma-separated list of host names, IP addresses or Unix socket directories",
     port: "a port number from 1 to 65535, or one per host separated by commas",
     name: "a database name",
     user: "a role name",
@@ -140,7 +140,7 @@ export async function loadConfig(path: string): Promise<Config> {
 
 /**
  * Validates configuration text read from `path`. Relative file paths in it
- * are resolved against the folder of `path`.
+ * are resolved against the directory of `path`.
  */
 export async function parseConfig(text: string, path: string): Promise<Config> {
   let document: IniDocument;
@@ -177,7 +177,7 @@ export async function parseConfig(text: string, path: string): Promise<Config> {
 
 async function readDatabase(reader: ConfigReader, warnings: string[]): Promise<DatabaseConfig> {
   const hostNames = reader.list("database", "host");
-  if (hostNames.length === 0) hostNames.push(DEFAULT_SOCKET_FOLDER);
+  if (hostNames.length === 0) hostNames.push(DEFAULT_SOCKET_DIRECTORY);
   const ports = reader.ports(hostNames.length);
   const hosts: DatabaseHost[] = hostNames.map((name, index) =>
     reader.checkHost(name, ports[index])
@@ -284,7 +284,7 @@ export function describeFileError(error: unknown): string {
   if (error instanceof Deno.errors.PermissionDenied) {
     return "permission denied: the file must be readable by the user running auth-mastodon";
   }
-  if (error instanceof Deno.errors.IsADirectory) return "it is a folder, not a file";
+  if (error instanceof Deno.errors.IsADirectory) return "it is a directory, not a file";
   if (error instanceof Deno.errors.NotCapable) {
     return "auth-mastodon may not read files below /dev, /proc or /sys: move the file elsewhere";
   }
@@ -407,7 +407,7 @@ class ConfigReader {
 
   checkHost(name: string, port: number): DatabaseHost {
     if (/\s/.test(name)) throw this.invalid("database", "host", name);
-    if (name.startsWith("/")) return { kind: "socket", folder: name, port };
+    if (name.startsWith("/")) return { kind: "socket", directory: name, port };
     // An IPv6 address may be written in brackets, as in a URL.
     const hostname = name.startsWith("[") && name.endsWith("]") ? name.slice(1, -1) : name;
     if (!/^[A-Za-z0-9._:%-]+$/.test(hostname)) throw this.invalid("database", "host", name);

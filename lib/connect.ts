@@ -35,7 +35,7 @@ export class ConnectError extends Error {
 
 /** Returns "host:port" or the socket path, for messages. */
 export function describeHost(host: DatabaseHost): string {
-  if (host.kind === "socket") return `${host.folder}/.s.PGSQL.${host.port}`;
+  if (host.kind === "socket") return `${host.directory}/.s.PGSQL.${host.port}`;
   return host.hostname.includes(":")
     ? `[${host.hostname}]:${host.port}`
     : `${host.hostname}:${host.port}`;
@@ -113,7 +113,7 @@ export class SocketOpener {
   async #openOne(host: DatabaseHost, timeoutMs: number): Promise<OpenedSocket> {
     const name = describeHost(host);
     const raw = host.kind === "socket"
-      ? net.connect({ path: `${host.folder}/.s.PGSQL.${host.port}` })
+      ? net.connect({ path: `${host.directory}/.s.PGSQL.${host.port}` })
       : net.connect({ host: host.hostname, port: host.port });
     this.#track(raw);
 
@@ -272,7 +272,7 @@ export function describeSocketError(error: Error & { code?: string }): string {
     case "ECONNREFUSED":
       return "connection refused (is PostgreSQL running and listening there?)";
     case "ENOENT":
-      return "no socket file (is PostgreSQL running, and is database.host its socket folder?)";
+      return "no socket file (is PostgreSQL running, and is database.host its socket directory?)";
     case "EACCES":
       return "permission denied on the socket file";
     case "ENOTFOUND":

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError, DEFAULT_SOCKET_FOLDER, loadConfig, parseConfig } from "../lib/config.ts";
+import { ConfigError, DEFAULT_SOCKET_DIRECTORY, loadConfig, parseConfig } from "../lib/config.ts";
 import { parseIni } from "../lib/ini.ts";
 
 const PATH = "/etc/ejabberd/auth-mastodon.ini";
@@ -17,7 +17,7 @@ async function configError(text: string, path = PATH): Promise<string> {
 Deno.test("parseConfig() applies the documented defaults", async () => {
   const config = await parseConfig("", PATH);
   assert.deepEqual(config.database.hosts, [
-    { kind: "socket", folder: DEFAULT_SOCKET_FOLDER, port: 5432 },
+    { kind: "socket", directory: DEFAULT_SOCKET_DIRECTORY, port: 5432 },
   ]);
   assert.equal(config.database.name, "mastodon_production");
   assert.equal(config.database.user, "auth_mastodon");
@@ -71,7 +71,7 @@ level = debug
   assert.deepEqual(config.database.hosts, [
     { kind: "tcp", hostname: "db1.example", port: 5433 },
     { kind: "tcp", hostname: "10.0.0.2", port: 5433 },
-    { kind: "socket", folder: "/run/postgresql", port: 5433 },
+    { kind: "socket", directory: "/run/postgresql", port: 5433 },
     { kind: "tcp", hostname: "::1", port: 5433 },
   ]);
   assert.equal(config.database.name, "mastodon");
@@ -135,7 +135,7 @@ Deno.test("parseConfig() names file, key, value and accepted form", async () => 
     [
       "[database]\nhost = db one\n",
       `key "database.host" (line 2) must be a comma-separated list of host names, IP addresses ` +
-      `or Unix socket folders, got "db one"`,
+      `or Unix socket directories, got "db one"`,
     ],
     [
       "[auth]\ntwo_factor_password = maybe\n",
@@ -232,7 +232,7 @@ Deno.test("loadConfig() reports a missing or unreadable file", async () => {
       },
     );
     await assert.rejects(loadConfig(folder), (error: Error) => {
-      assert.equal(error.message, `Cannot read config "${folder}": it is a folder, not a file`);
+      assert.equal(error.message, `Cannot read config "${folder}": it is a directory, not a file`);
       return true;
     });
   } finally {

@@ -43,7 +43,7 @@ Deno.test("program answers each request with the exact reply bytes", async () =>
   assert.ok(result.waitedMs < 1000, `exit took ${result.waitedMs} ms`);
 });
 
-Deno.test("program connects through a Unix socket folder", async () => {
+Deno.test("program connects through a Unix socket directory", async () => {
   const socketConfig = await writeConfig(folder, cluster, "mastodon", {
     host: cluster.socketDir,
     file: "socket.ini",

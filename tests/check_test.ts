@@ -21,7 +21,6 @@ import {
   READER_ROLE,
   SCHEMA_VERSIONS,
   TOKENS,
-  writeConfig,
 } from "./support/mastodon.ts";
 import { TestCluster } from "./support/postgres.ts";
 import { runCommand, startTaskArguments } from "./support/program.ts";
@@ -74,9 +73,9 @@ Deno.test("check passes with a read-only role", async () => {
     new RegExp(
       `^  ok    connected to 127\\.0\\.0\\.1:${cluster.port} as auth_mastodon, database mastodon_main, without TLS$`,
     ),
-    /^  ok    PostgreSQL 15\.\d+/,
+    /^ {2}ok {4}PostgreSQL 15\.\d+/,
     "  ok    SELECT on accounts, users, webauthn_credentials, oauth_access_tokens, user_roles",
-    /^  ok    schema features: user_roles,require_2fa,requested_deletion_at \(Mastodon later than 4\.6 \(main\), PostgreSQL 15/,
+    /^ {2}ok {4}schema features: user_roles,require_2fa,requested_deletion_at \(Mastodon later than 4\.6 \(main\), PostgreSQL 15/,
     "  ok    8 local accounts can log in with a password",
     "  info  13 cannot: 1 unconfirmed, 1 pending approval, 1 disabled, 1 suspended, 2 deleted, " +
     "1 memorial, 1 moved, 1 missing the two-factor setup their role requires, " +

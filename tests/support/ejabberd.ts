@@ -567,6 +567,14 @@ export async function prepareProgramCopy(repoRoot: string, folder: string): Prom
     );
   }
 
+  // The flags of the start task (such as the permission set), so ejabberd runs the program
+  // exactly as `deno task start` and the compiled binary would.
+  const startTask = String(JSON.parse(await Deno.readTextFile(configPath)).tasks.start).split(
+    /\s+/,
+  );
+  if (startTask[0] !== "deno" || startTask[1] !== "run" || startTask.at(-1) !== "main.ts") {
+    throw new Error(`the start task in ${configPath} is not "deno run ... main.ts"`);
+  }
   return [
     "env",
     `DENO_DIR=${shellQuote(denoDir)}`,
@@ -576,9 +584,9 @@ export async function prepareProgramCopy(repoRoot: string, folder: string): Prom
     shellQuote(denoPath),
     "run",
     "--cached-only",
-    "--permission-set=auth-mastodon",
     "--config",
     shellQuote(configPath),
+    ...startTask.slice(2, -1),
     shellQuote(mainPath),
   ].join(" ");
 }

@@ -5,6 +5,7 @@
  */
 
 import { type AccountBlock, accountBlock, findAccount } from "./accounts.ts";
+import { createHash } from "node:crypto";
 import { PasswordCache } from "./cache.ts";
 import type { Config } from "./config.ts";
 import { type Database, DatabaseError } from "./database.ts";
@@ -186,7 +187,7 @@ export class Authenticator {
     base: Pick<Decision, "command" | "user" | "domain">,
   ): Promise<Decision> {
     const auth = this.#config.auth;
-    const tokenDigest = auth.accessTokens ? await digestIfToken(password, features) : undefined;
+    const tokenDigest = auth.accessTokens ? digestIfToken(password, features) : undefined;
     const row = await findAccount(this.#database, user, features, {
       ...options,
       withPassword: true,
@@ -215,7 +216,7 @@ export class Authenticator {
     let cache: "hit" | "miss" | undefined;
     let verified = false;
     if (cacheable) {
-      verified = await this.#cache.has(userId, hash, password);
+      verified = this.#cache.has(userId, hash, password);
       cache = verified ? "hit" : "miss";
     }
     if (!verified) {
@@ -238,7 +239,7 @@ export class Authenticator {
     if (twoFactorBlocks) {
       return { ...base, method: "password", outcome: "rejected", reason: "two-factor-required" };
     }
-    if (cache === "miss") await this.#cache.add(userId!, hash, password);
+    if (cache === "miss") this.#cache.add(userId!, hash, password);
     return { ...base, method: "password", outcome: "accepted", reason: "ok", cache };
   }
 
@@ -278,20 +279,13 @@ export class Authenticator {
  * Returns the hex digest used to look up a password as an access token, or
  * `undefined` when the password cannot be a token.
  */
-async function digestIfToken(
+function digestIfToken(
   password: Uint8Array,
   features: SchemaFeatures,
-): Promise<string | undefined> {
+): string | undefined {
   if (password.length < 32 || password.length > 128) return undefined;
   if (!features.sha256 || !TOKEN_FORM.test(String.fromCharCode(...password))) return undefined;
-  const digest = new Uint8Array(
-    await crypto.subtle.digest("SHA-256", password as Uint8Array<ArrayBuffer>),
-  );
-  return toHex(digest);
-}
-
-function toHex(bytes: Uint8Array): string {
-  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+  return createHash("sha256").update(password).digest("hex");
 }
 
 /** Waits for `promise`, or rejects with a {@linkcode DatabaseError} once `signal` aborts. */

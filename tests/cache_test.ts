@@ -10,70 +10,70 @@ function clock(start = 1_000_000) {
   return { now: () => now, advance: (ms: number) => now += ms };
 }
 
-Deno.test("PasswordCache hits for the same user, hash and password", async () => {
+Deno.test("PasswordCache hits for the same user, hash and password", () => {
   const cache = new PasswordCache({ ttlSeconds: 900, maxEntries: 10 });
   const password = encoder.encode("secret one");
-  assert.equal(await cache.has("1", HASH_A, password), false);
-  await cache.add("1", HASH_A, password);
-  assert.equal(await cache.has("1", HASH_A, password), true);
+  assert.equal(cache.has("1", HASH_A, password), false);
+  cache.add("1", HASH_A, password);
+  assert.equal(cache.has("1", HASH_A, password), true);
   assert.equal(cache.size, 1);
 });
 
-Deno.test("PasswordCache misses for another password or user", async () => {
+Deno.test("PasswordCache misses for another password or user", () => {
   const cache = new PasswordCache({ ttlSeconds: 900, maxEntries: 10 });
-  await cache.add("1", HASH_A, encoder.encode("secret one"));
-  assert.equal(await cache.has("1", HASH_A, encoder.encode("secret two")), false);
-  assert.equal(await cache.has("2", HASH_A, encoder.encode("secret one")), false);
+  cache.add("1", HASH_A, encoder.encode("secret one"));
+  assert.equal(cache.has("1", HASH_A, encoder.encode("secret two")), false);
+  assert.equal(cache.has("2", HASH_A, encoder.encode("secret one")), false);
   // A wrong password leaves the entry for the right one in place.
-  assert.equal(await cache.has("1", HASH_A, encoder.encode("secret one")), true);
+  assert.equal(cache.has("1", HASH_A, encoder.encode("secret one")), true);
 });
 
-Deno.test("PasswordCache misses after a password change", async () => {
+Deno.test("PasswordCache misses after a password change", () => {
   const cache = new PasswordCache({ ttlSeconds: 900, maxEntries: 10 });
   const password = encoder.encode("secret one");
-  await cache.add("1", HASH_A, password);
-  assert.equal(await cache.has("1", HASH_B, password), false);
+  cache.add("1", HASH_A, password);
+  assert.equal(cache.has("1", HASH_B, password), false);
   assert.equal(cache.size, 0);
-  assert.equal(await cache.has("1", HASH_A, password), false);
+  assert.equal(cache.has("1", HASH_A, password), false);
 });
 
-Deno.test("PasswordCache entries expire after the TTL", async () => {
+Deno.test("PasswordCache entries expire after the TTL", () => {
   const time = clock();
   const cache = new PasswordCache({ ttlSeconds: 60, maxEntries: 10, now: time.now });
   const password = encoder.encode("secret one");
-  await cache.add("1", HASH_A, password);
+  cache.add("1", HASH_A, password);
   time.advance(59_999);
-  assert.equal(await cache.has("1", HASH_A, password), true);
+  assert.equal(cache.has("1", HASH_A, password), true);
   time.advance(1);
-  assert.equal(await cache.has("1", HASH_A, password), false);
+  assert.equal(cache.has("1", HASH_A, password), false);
   assert.equal(cache.size, 0);
 });
 
-Deno.test("PasswordCache keeps at most maxEntries, dropping the least recent", async () => {
+Deno.test("PasswordCache keeps at most maxEntries, dropping the least recent", () => {
   const cache = new PasswordCache({ ttlSeconds: 900, maxEntries: 3 });
   const password = encoder.encode("secret");
-  for (const id of ["1", "2", "3"]) await cache.add(id, HASH_A, password);
-  assert.equal(await cache.has("1", HASH_A, password), true);
-  await cache.add("4", HASH_A, password);
+  for (const id of ["1", "2", "3"]) cache.add(id, HASH_A, password);
+  assert.equal(cache.has("1", HASH_A, password), true);
+  cache.add("4", HASH_A, password);
   assert.equal(cache.size, 3);
-  assert.equal(await cache.has("2", HASH_A, password), false);
-  assert.equal(await cache.has("1", HASH_A, password), true);
-  assert.equal(await cache.has("3", HASH_A, password), true);
-  assert.equal(await cache.has("4", HASH_A, password), true);
+  assert.equal(cache.has("2", HASH_A, password), false);
+  assert.equal(cache.has("1", HASH_A, password), true);
+  assert.equal(cache.has("3", HASH_A, password), true);
+  assert.equal(cache.has("4", HASH_A, password), true);
 });
 
-Deno.test("PasswordCache with TTL 0 stores nothing", async () => {
+Deno.test("PasswordCache with TTL 0 stores nothing", () => {
   const cache = new PasswordCache({ ttlSeconds: 0, maxEntries: 10 });
   const password = encoder.encode("secret");
-  await cache.add("1", HASH_A, password);
+  cache.add("1", HASH_A, password);
   assert.equal(cache.enabled, false);
   assert.equal(cache.size, 0);
-  assert.equal(await cache.has("1", HASH_A, password), false);
+  assert.equal(cache.has("1", HASH_A, password), false);
 });
 
-Deno.test("PasswordCache holds no password bytes", async () => {
+Deno.test("PasswordCache holds no password bytes", () => {
   const cache = new PasswordCache({ ttlSeconds: 900, maxEntries: 10 });
-  await cache.add("1", HASH_A, encoder.encode("plain-secret-text"));
+  cache.add("1", HASH_A, encoder.encode("plain-secret-text"));
   const dump = Deno.inspect(cache, { showHidden: true, depth: 10 });
   assert.ok(!dump.includes("plain-secret-text"));
 });

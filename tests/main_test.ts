@@ -307,6 +307,7 @@ Deno.test("start and compile tasks share the permission set", async () => {
     "--quiet",
     "--no-prompt",
     "--permission-set=auth-mastodon",
+    "--v8-flags=--optimize-for-size",
     `${REPO_ROOT}/main.ts`,
   ]);
   const config = JSON.parse(await Deno.readTextFile(`${REPO_ROOT}/deno.json`));
@@ -314,7 +315,8 @@ Deno.test("start and compile tasks share the permission set", async () => {
   for (const [task, target] of [["compile:x86_64", "x86_64"], ["compile:aarch64", "aarch64"]]) {
     assert.equal(
       config.tasks[task],
-      `deno compile --permission-set=auth-mastodon --target ${target}-unknown-linux-gnu ` +
+      `deno compile --permission-set=auth-mastodon --v8-flags=--optimize-for-size ` +
+        `--target ${target}-unknown-linux-gnu ` +
         `--output dist/${target}-linux/auth-mastodon main.ts`,
     );
   }

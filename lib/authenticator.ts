@@ -105,7 +105,11 @@ export class Authenticator {
       return true;
     } catch (error) {
       this.#announced = "";
-      this.#logger.repeated("error", "database", "error", describeError(error));
+      // A failure caused by stopping, such as a connection closed on the way
+      // out, is no news for the admin.
+      if (!options.signal?.aborted) {
+        this.#logger.repeated("error", "database", "error", describeError(error));
+      }
       return false;
     }
   }

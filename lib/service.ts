@@ -74,6 +74,8 @@ class Service {
   #loop: RequestLoop | undefined;
   #failedInARow = 0;
   #reloading: Promise<void> | undefined;
+  /** Aborted when the service stops, so start-up work in flight stays quiet. */
+  readonly #lifetime = new AbortController();
 
   constructor(options: ServeOptions, logger: Logger) {
     this.#options = options;
@@ -110,6 +112,7 @@ class Service {
       signals();
     }
     this.#logger.info(`stopping (${reason}), pid ${Deno.pid}`);
+    this.#lifetime.abort();
     await this.#closeBackend(this.#backend);
     this.#logger.close();
     uninstall();
@@ -193,7 +196,9 @@ class Service {
     }
     const deadline = performance.now() + config.database.queryTimeoutSeconds * 1000;
     // The start-up line waits for the schema, while requests are already served.
-    void authenticator.prepare({ deadline }).then(() => {
+    const signal = this.#lifetime.signal;
+    void authenticator.prepare({ deadline, signal }).then(() => {
+      if (signal.aborted) return;
       const features = authenticator.features;
       const schema = features ? describeFeatures(features) : "unknown (see the error above)";
       this.#logger.info(
@@ -210,7 +215,7 @@ class Service {
       config = await loadConfig(path);
     } catch (error) {
       const keeping = this.#backend ? "keeping the previous configuration" : "still unconfigured";
-      this.#logger.error(`reload failed, ${keeping}: ${describeError(error)}`);
+      this.#logger.error(`reload failed in pid ${Deno.pid}, ${keeping}: ${describeError(error)}`);
       return;
     }
     this.#logger.configure({ level: config.log.level, file: config.log.file });
@@ -234,12 +239,16 @@ class Service {
 
   #installSignals(): () => void {
     const stop = () => {
-      this.#logger.info("signal received: finishing the request in flight, then exiting");
+      this.#logger.info(
+        `signal received by pid ${Deno.pid}: finishing the request in flight, then exiting`,
+      );
       this.#loop?.stop();
     };
     const hangUp = () => {
       this.#logger.reopen();
-      this.#logger.info("SIGHUP: log file reopened, reloading the configuration");
+      this.#logger.info(
+        `SIGHUP received by pid ${Deno.pid}: log file reopened, reloading the configuration`,
+      );
       this.#reloading = (this.#reloading ?? Promise.resolve()).then(() => this.#reload());
     };
     Deno.addSignalListener("SIGTERM", stop);

@@ -370,7 +370,7 @@ Deno.test("SIGTERM finishes the request in flight and exits 0", async () => {
     assert.deepEqual([...result.extraStdout], []);
     assert.match(
       result.stderr,
-      /info signal received: finishing the request in flight, then exiting/,
+      /info signal received by pid \d+: finishing the request in flight, then exiting/,
     );
     assert.match(result.stderr, /info stopping \(signal\)/);
   } finally {
@@ -410,7 +410,10 @@ Deno.test("SIGHUP reopens the log file and reloads the configuration", async () 
   const current = await Deno.readTextFile(logFile);
   assert.match(old, /rejected isuser alice@other\.example reason=foreign-domain/);
   assert.doesNotMatch(old, /accepted isuser alice@other\.example/);
-  assert.match(current, /info SIGHUP: log file reopened, reloading the configuration/);
+  assert.match(
+    current,
+    /info SIGHUP received by pid \d+: log file reopened, reloading the configuration/,
+  );
   assert.match(current, /info reloaded auth-mastodon /);
   assert.match(current, /accepted isuser alice@other\.example reason=ok/);
 });
@@ -428,6 +431,6 @@ Deno.test("a bad config on reload keeps the previous one", async () => {
   const { stderr } = await program.finish();
   assert.match(
     stderr,
-    /error reload failed, keeping the previous configuration: Invalid config ".*": key "database\.port" \(line 2\) must be a port number/,
+    /error reload failed in pid \d+, keeping the previous configuration: Invalid config ".*": key "database\.port" \(line 2\) must be a port number/,
   );
 });

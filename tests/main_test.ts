@@ -124,6 +124,24 @@ Deno.test("program exits 0 at EOF in the middle of a frame", async () => {
   assert.ok(result.waitedMs < 1000, `exit took ${result.waitedMs} ms`);
 });
 
+Deno.test("program stops quietly when stdin is empty", async () => {
+  // Stopping during start-up must not report the connection it closed itself.
+  const quiet = await writeConfig(folder, cluster, "mastodon", {
+    file: "quiet.ini",
+    log: "level = info",
+  });
+  await using program = await Program.start({ args: ["-c", quiet] });
+  await program.closeStdin();
+  const result = await program.exit();
+  assert.equal(result.code, 0);
+  assert.deepEqual([...result.extraStdout], []);
+  assert.doesNotMatch(result.stderr, / error /);
+  const stopping = result.stderr.indexOf("info stopping (end-of-input)");
+  const started = result.stderr.indexOf("info started ");
+  assert.ok(stopping !== -1, result.stderr);
+  assert.ok(started === -1 || started < stopping, `started after stopping:\n${result.stderr}`);
+});
+
 Deno.test("program answers frames that arrive with EOF", async () => {
   // Requests framed by hand and piped in arrive together with the end of input.
   await using program = await start();

@@ -38,8 +38,8 @@ export interface AccountRow {
   two_factor: boolean | null;
   role_requires_two_factor: boolean;
   /**
-   * State of the access token of this user that the password equals: usable,
-   * revoked or expired; null when the password is no token of this user.
+   * State of the access token of this user that equals the password: usable,
+   * revoked or expired. Null when the password is no token of this user.
    */
   token_state: "valid" | "revoked" | "expired" | null;
 }

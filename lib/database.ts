@@ -180,7 +180,7 @@ export class Database {
           ? ` from ${describeHost(client.host)}`
           : "";
         const limit = `query_timeout (${this.#config.queryTimeoutSeconds} s)`;
-        reject(new DatabaseError("timeout", `no answer within ${limit}${where}`));
+        reject(new DatabaseError("timeout", `no response within ${limit}${where}`));
       };
       if (remaining <= 0) return timeout();
       timer = setTimeout(timeout, remaining);

@@ -179,7 +179,7 @@ Deno.test("a frozen server costs each request query_timeout only", async () => {
   const { stderr } = await program.finish();
   assert.match(
     stderr,
-    /error isuser alice@example\.org reason=database-unavailable time=\S+ \((no answer within query_timeout \(1 s\)|cannot connect: 127\.0\.0\.1:\d+: connection timed out)/,
+    /error isuser alice@example\.org reason=database-unavailable time=\S+ \((no response within query_timeout \(1 s\)|cannot connect: 127\.0\.0\.1:\d+: connection timed out)/,
   );
   assert.match(stderr, /info database available again after 3 failed requests/);
 });
@@ -196,7 +196,7 @@ Deno.test("a connection that stops answering is abandoned", async () => {
   await expectIsUser(program, true);
   assert.equal(await program.request(`auth:alice:example.org:${PASSWORD}`), true);
   const { stderr } = await program.finish();
-  assert.match(stderr, /\(no answer within query_timeout \(1 s\) from 127\.0\.0\.1:\d+\)/);
+  assert.match(stderr, /\(no response within query_timeout \(1 s\) from 127\.0\.0\.1:\d+\)/);
   assert.equal(proxy.connectionCount, 2);
 });
 
@@ -211,7 +211,7 @@ Deno.test("a listener that never answers costs each request query_timeout only",
   const { stderr } = await program.finish();
   assert.match(
     stderr,
-    /reason=database-unavailable time=\S+ \(no answer within query_timeout \(1 s\) from 127\.0\.0\.1:\d+ while connecting\)/,
+    /reason=database-unavailable time=\S+ \(no response within query_timeout \(1 s\) from 127\.0\.0\.1:\d+ while connecting\)/,
   );
 });
 

@@ -1,7 +1,7 @@
 /**
  * The program behind a real PgBouncer in transaction pooling mode, as the README section
  * "Replicas and PgBouncer" describes. Debian 12 has PgBouncer 1.18, which cannot keep
- * prepared statements in this mode, so the README says to set `prepared_statements = no`
+ * prepared statements in this mode, so the README tells admins to set `prepared_statements = no`
  * there. The second test shows what happens with `yes`.
  *
  * Several programs run at once, as ejabberd starts several, and share a pool of several

@@ -14,7 +14,7 @@ import type { TestCluster } from "./postgres.ts";
 export type SchemaVersion = "3.5" | "4.3" | "4.6" | "main";
 export const SCHEMA_VERSIONS: readonly SchemaVersion[] = ["3.5", "4.3", "4.6", "main"];
 
-/** Whether `version` has `user_roles.require_2fa`. */
+/** Returns whether `version` has `user_roles.require_2fa`. */
 export function hasRequire2fa(version: SchemaVersion): boolean {
   return version === "4.6" || version === "main";
 }
@@ -39,7 +39,7 @@ export const TOKENS = {
   roleTwoFactorValid: "tok3nRoleTwoFactorAAAAAAAAAAAAAAAAAAAAAAAA",
 };
 
-/** Every secret the tests use, for the search of logs and outputs. */
+/** Returns every secret the tests use, for the search of logs and outputs. */
 export function allSecrets(): string[] {
   const passwords = fixtureNames().map((name) => fixture(name).password);
   const texts = passwords.map((bytes) => new TextDecoder().decode(bytes));
@@ -206,7 +206,8 @@ function seedSql(version: SchemaVersion): string {
   }
   for (const spec of accountSpecs(version)) {
     const deletion = version === "main" ? ", requested_deletion_at" : "";
-    const deletionValue = version === "main" ? (spec.deletionRequested ? ", now()" : ", NULL") : "";
+    let deletionValue = "";
+    if (version === "main") deletionValue = spec.deletionRequested ? ", now()" : ", NULL";
     statements.push(
       `INSERT INTO accounts (id, username, domain, suspended_at, memorial, moved_to_account_id, actor_type${deletion})
        VALUES (${spec.id}, ${literal(spec.username)}, ${literal(spec.domain)},
@@ -294,7 +295,7 @@ export async function createMastodonDatabase(
 
 /**
  * Writes a configuration file for the reader role and returns its path. The
- * host is the cluster's TCP address unless `sections.host` says otherwise.
+ * host is the cluster's TCP address unless `sections.host` names another.
  */
 export async function writeConfig(
   folder: string,

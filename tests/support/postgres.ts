@@ -104,7 +104,7 @@ export class TestCluster implements AsyncDisposable {
 
   /**
    * Folder that contains the server's Unix socket, for `host=` in libpq and `-h` in psql.
-   * It is always in the system temporary folder, because Deno asks for --allow-all to
+   * It is always in the system temporary folder, because Deno requires --allow-all to
    * connect to a socket below /dev, and the program under test runs with narrower permissions.
    */
   readonly socketDir: string;

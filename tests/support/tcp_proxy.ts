@@ -6,7 +6,7 @@
  * @module
  */
 
-/** Loopback address that the proxy listens on unless told otherwise. */
+/** Loopback address that the proxy listens on by default. */
 const LOOPBACK_HOSTNAME = "127.0.0.1";
 
 /** Loopback addresses a proxy may listen on. */
@@ -71,7 +71,7 @@ export class TcpProxy implements AsyncDisposable {
 
   /**
    * Starts a proxy in "forward" mode on a free port of 127.0.0.1, or of ::1
-   * when `listen` says so.
+   * when `listen` is "::1".
    */
   static start(
     target: ProxyTarget,

@@ -6,25 +6,15 @@
  * @module
  */
 
-import { frame, REPO_ROOT, startTaskArguments } from "../tests/support/program.ts";
+import {
+  frame,
+  programEnvironment,
+  REPO_ROOT,
+  startTaskArguments,
+} from "../tests/support/program.ts";
 
 /** Time after which a probe that has not exited is killed. */
 const PROBE_TIMEOUT_MS = 60_000;
-
-/**
- * Returns the environment that `Program` gives the program: a cleared
- * environment with PATH, HOME, NO_COLOR, DENO_NO_UPDATE_CHECK and DENO_DIR.
- */
-export function childEnvironment(): Record<string, string> {
-  const denoDir = Deno.env.get("DENO_DIR");
-  return {
-    PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-    HOME: Deno.env.get("HOME") ?? "/tmp",
-    NO_COLOR: "1",
-    DENO_NO_UPDATE_CHECK: "1",
-    ...(denoDir ? { DENO_DIR: denoDir } : {}),
-  };
-}
 
 /**
  * Returns the arguments of `deno task start` with main.ts replaced by
@@ -51,7 +41,7 @@ async function spawnProbe(
     stdout: "piped",
     stderr: "piped",
     clearEnv: true,
-    env: { ...childEnvironment(), ...env },
+    env: { ...programEnvironment(), ...env },
     signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
   }).spawn();
 }
@@ -140,7 +130,7 @@ export class PipeChild {
       stdout: "piped",
       stderr: "inherit",
       clearEnv: true,
-      env: childEnvironment(),
+      env: programEnvironment(),
     }).spawn();
     return new PipeChild(child);
   }

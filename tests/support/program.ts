@@ -56,6 +56,23 @@ export function assertNoSecrets(text: string, where: string): void {
   }
 }
 
+/**
+ * Returns the environment the program runs with in the tests: a cleared
+ * environment, as under ejabberd, with PATH, HOME, NO_COLOR,
+ * DENO_NO_UPDATE_CHECK and DENO_DIR, so no PG* variable of the test runner
+ * reaches it.
+ */
+export function programEnvironment(): Record<string, string> {
+  const denoDir = Deno.env.get("DENO_DIR");
+  return {
+    PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+    HOME: Deno.env.get("HOME") ?? "/tmp",
+    NO_COLOR: "1",
+    DENO_NO_UPDATE_CHECK: "1",
+    ...(denoDir ? { DENO_DIR: denoDir } : {}),
+  };
+}
+
 /** Output of a command run to completion. */
 export interface CommandResult {
   code: number;
@@ -77,12 +94,7 @@ export async function runCommand(
     stdout: "piped",
     stderr: "piped",
     clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-      HOME: Deno.env.get("HOME") ?? "/tmp",
-      NO_COLOR: "1",
-      DENO_NO_UPDATE_CHECK: "1",
-    },
+    env: programEnvironment(),
   }).spawn();
   if (options.stdin !== undefined) {
     const writer = child.stdin.getWriter();
@@ -152,14 +164,7 @@ export class Program {
       stdout: "piped",
       stderr: "piped",
       clearEnv: true,
-      env: {
-        PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-        HOME: Deno.env.get("HOME") ?? "/tmp",
-        NO_COLOR: "1",
-        DENO_NO_UPDATE_CHECK: "1",
-        ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
-        ...options.env,
-      },
+      env: { ...programEnvironment(), ...options.env },
     });
     return new Program(command.spawn(), options.logFile);
   }

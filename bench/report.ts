@@ -311,7 +311,7 @@ function limits(results: BenchResults, checks: Record<string, boolean>): string 
     lines.push(
       `- **cold password \`auth\`**: it took ${formatMs(extra)} more than bcrypt alone at p50. ` +
         `Its request and lookup come after the program and PostgreSQL were idle for a bcrypt's ` +
-        `time: after a ${PLAN.isuserAfterPause.pauseMs} ms pause, the pipe round trip took ` +
+        `time. After a ${PLAN.isuserAfterPause.pauseMs} ms pause, the pipe round trip took ` +
         `${formatMs(results.pipeRoundTripAfterPause.p50)} and an in-process \`isuser\` decision ` +
         `${formatMs(decisions.isuserAfterPause.p50)}, against ` +
         `${formatMs(results.pipeRoundTrip.p50)} and ${formatMs(decisions.isuser.p50)} back to ` +

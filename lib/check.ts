@@ -221,12 +221,12 @@ async function checkPrivileges(
   }
   const changes = writable.filter((row) => row.privileges !== "");
   if (changes.length > 0 && !identity.superuser) {
-    const shown = changes.slice(0, 5).map((row) => `${row.table_name} (${row.privileges})`);
+    const listed = changes.slice(0, 5).map((row) => `${row.table_name} (${row.privileges})`);
     const more = changes.length > 5 ? ` and ${changes.length - 5} more tables` : "";
     report.line(
       "warn",
       `${identity.role} can change data, which auth-mastodon never does: ${
-        shown.join(", ")
+        listed.join(", ")
       }${more}; ` +
         `run REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA public FROM ` +
         `${quoteIdentifier(identity.role)};`,

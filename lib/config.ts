@@ -344,9 +344,9 @@ class ConfigReader {
     const line = this.#document.get(section)?.get(key)?.line;
     const where = line === undefined ? "" : ` (line ${line})`;
     // Secrets are never echoed back, whatever their validation result.
-    const shown = SECRET_KEYS.has(`${section}.${key}`) ? "(hidden)" : `"${value}"`;
+    const quotedValue = SECRET_KEYS.has(`${section}.${key}`) ? "(hidden)" : `"${value}"`;
     return this.error(
-      `key "${section}.${key}"${where} must be ${KEYS[section][key]}, got ${shown}`,
+      `key "${section}.${key}"${where} must be ${KEYS[section][key]}, got ${quotedValue}`,
     );
   }
 
